@@ -1,0 +1,87 @@
+"""Config smoke tests: every experiment file composes and runs; bad values stop at start."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from harmless.experiment.train import run
+from tests.experiment.helpers import CONFIGS, compose_job
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+def _sweep_choices(cfg) -> list[str]:
+    """The first value of every swept parameter of an experiment file, as overrides."""
+    params = cfg.hydra.sweeper.get("params") or {}
+    return [f"{key}={str(values).split(',')[0].strip()}" for key, values in params.items()]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_in_the_smoke_profile(experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARMLESS_CACHE_DIR", str(tmp_path / "cache"))
+    base = [f"+experiment={experiment}", "profile=smoke"]
+    first = compose_job(base, tmp_path / "probe")
+    for override in _sweep_choices(first) or [None]:
+        overrides = base + ([override] if override else [])
+        # Run each method of the sweep once, so every method config is exercised.
+        for method in ("baseline", "ours") if "method" not in str(override) else (None,):
+            extra = [f"method={method}"] if method else []
+            run_dir = tmp_path / "_".join(x.replace("/", "-") for x in overrides + extra)
+            cfg = compose_job(overrides + extra, run_dir)
+            result = run(cfg)
+            assert result["status"] == "complete"
+            assert result["steps"] >= 1
+            assert (run_dir / "result.json").is_file()
+        break
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method.mode=lexicon", "method.mode='lexicon' is not allowed; choose one of: none, fixed"),
+        ("method.scope=everything", "method.scope='everything' is not allowed; choose one of"),
+        ("train.amp=fp8", "train.amp='fp8' is not allowed"),
+        ("+method.unknown_knob=3", "unknown method key(s) ['unknown_knob']; allowed:"),
+    ],
+)
+def test_bad_values_stop_at_start_naming_the_allowed_set(override, message, tmp_path):
+    cfg = compose_job(["profile=smoke", "method=ours", "transfer=frage", override], tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=message.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]"),
+    ):
+        run(cfg)
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_unknown_group_option_names_the_available_ones(tmp_path):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_job(["method=lexicon"], tmp_path)
+    text = str(err.value.__cause__ or err.value)
+    assert "lexicon" in text and "ours" in text and "baseline" in text
+
+
+def test_run_directory_contents(tmp_path):
+    overrides = ["profile=smoke", "method=ours", "transfer=frage", "seed=3", "train.max_steps=null"]
+    cfg = compose_job(overrides, tmp_path)
+    run(cfg)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert set(meta["git"]) == {"commit", "dirty"}
+    assert meta["env"]["torch"].startswith("2.")
+    assert (tmp_path / "config.yaml").read_text().count("seed: 3") == 1
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("step" in r and "epoch" in r for r in records)
+    assert any("lexico/lambda_mean" in r for r in records)
+    assert any("valid/loss" in r for r in records)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["choices"]["method"] == "ours" and result["seed"] == 3
+    assert {"valid/loss", "test/loss", "test/acc"} <= set(result["metrics"])
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    # A second run with the same directory is skipped: the result is read back, not recomputed.
+    assert run(cfg)["metrics"] == result["metrics"]
