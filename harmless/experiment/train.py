@@ -94,7 +94,7 @@ def build_logger(cfg: DictConfig, run: RunDir, identity: dict, resume_step: int 
                 project=cfg.logger.project,
                 entity=cfg.logger.get("entity"),
                 mode=cfg.logger.get("mode"),
-                config=job_config(cfg),
+                config={**job_config(cfg), "identity": identity},
                 run_dir=run.path,
                 group=cfg.experiment_name,
                 job_type=identity["choices"].get("method"),
