@@ -251,3 +251,21 @@ def test_bad_inputs_stop_with_clear_messages():
         plugin.backward(torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(ValueError, match=r"2-D parameter or nn.Embedding, got \(3,\)"):
         HarmlessTransfer(nn.Parameter(torch.zeros(3)), MeanMatch(), DOMAINS)
+
+
+def test_bfloat16_table_combines_in_float32():
+    model = Bag()
+    reference = Bag()
+    reference.load_state_dict(model.state_dict())
+    model.embedding.to(torch.bfloat16)
+    loss_fn = PullToPoint(torch.ones(D))
+    grads = []
+    for m in (model, reference):
+        m.zero_grad()
+        ids, y = _batch()
+        emb = m.embedding(ids).float().mean(dim=1)
+        loss = nn.functional.cross_entropy(m.head(emb), y)
+        HarmlessTransfer(m.embedding, loss_fn, DOMAINS).backward(loss, ids)
+        grads.append(m.embedding.weight.grad)
+    assert grads[0].dtype == torch.bfloat16
+    assert torch.allclose(grads[0].float(), grads[1], rtol=2e-2, atol=1e-3)

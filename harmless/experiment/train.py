@@ -171,6 +171,8 @@ def _run_job(cfg: DictConfig, run: RunDir, identity: dict, dist: Distributed) ->
         run.write_meta({**meta, "domains": report, "identity": identity, "world": dist.world_size})
     try:
         metrics = trainer.fit()
+        if dist.rank == 0:
+            logger.summary(metrics)
     finally:
         logger.close()
     result = {
@@ -187,7 +189,6 @@ def _run_job(cfg: DictConfig, run: RunDir, identity: dict, dist: Distributed) ->
         "run_dir": str(run.path),
     }
     if dist.rank == 0:
-        logger.summary(metrics)
         run.write_result(result)
         (run.path / "failed.json").unlink(missing_ok=True)
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/"))
