@@ -82,7 +82,10 @@ def _as_parameter(table: nn.Parameter | nn.Embedding | nn.Module, name: str) -> 
 
 
 def _ids(values, num_rows: int, what: str) -> torch.Tensor:
-    ids = torch.as_tensor(np.asarray(values), dtype=torch.long).reshape(-1)
+    if isinstance(values, torch.Tensor):
+        ids = values.detach().to("cpu", torch.long).reshape(-1)
+    else:
+        ids = torch.as_tensor(np.array(values, dtype=np.int64)).reshape(-1)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_rows):
         bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
         raise ValueError(f"{what} holds id {bad}, outside the table of {num_rows} rows")
