@@ -10,25 +10,32 @@ REQUIREMENTS := requirements/core.txt requirements/experiment.txt requirements/c
 # Where datasets live; .ci/run points it at ../shared/data.
 export HARMLESS_DATA_DIR ?= $(CURDIR)/data
 PYTEST_ARGS ?=
-# Sweeps: `make reproduce-table6 PROFILE=paper LAUNCHER=slurm SEEDS=1,2,3,4,5`.
+# Sweeps: `make reproduce-table1 PROFILE=paper LAUNCHER=slurm SEEDS=1,2,3,4,5`.
 PROFILE ?= cpu
 LAUNCHER ?= basic
-SEEDS ?= 1,2,3
+SEEDS ?=
 ARGS ?=
 RUNS ?= runs
 TRAIN := $(PY) -m harmless.experiment.train
 comma := ,
 LAUNCH := $(if $(filter basic,$(LAUNCHER)),,hydra/launcher=$(LAUNCHER))
+# Seeds: SEEDS if given, else the target's default (three, as the paper), one for CPU LM runs.
+DEFAULT_SEEDS = 1,2,3
+seeds = $(or $(SEEDS),$(DEFAULT_SEEDS))
 
-# $(1): experiment and table name. Sweep (skipping finished jobs, resuming killed ones), then table.
-define reproduce
-	$(TRAIN) -m +experiment=$(1) profile=$(PROFILE) seed=$(SEEDS) $(LAUNCH) resume=true $(ARGS)
-	$(PY) scripts/make_table.py --spec results/paper/$(1).yaml --runs $(RUNS)/$(1)/$(PROFILE) \
-		--seeds $(subst $(comma), ,$(SEEDS)) --out results/$(1)_$(PROFILE)
+# $(1): experiment. Runs its sweep; finished jobs are skipped, killed ones resume.
+define sweep
+	$(TRAIN) -m +experiment=$(1) profile=$(PROFILE) seed=$(seeds) $(LAUNCH) resume=true $(ARGS)
+endef
+# $(1): table spec name, $(2): run folders. Builds results/<name>_<profile>.{md,tex,csv}.
+define table
+	$(PY) scripts/make_table.py --spec results/paper/$(1).yaml --runs $(2) \
+		--seeds $(subst $(comma), ,$(seeds)) --out results/$(1)_$(PROFILE)
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint format bench clean demo
+.PHONY: help setup test test-fast lint format bench clean demo \
+	reproduce-table1 reproduce-table2 figure2
 
 help: ## List every target with one line each
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -67,6 +74,22 @@ demo: setup ## Baseline vs fixed lambda vs ours on the toy task, one seed, and i
 	$(TRAIN) -m +experiment=demo profile=cpu seed=1 $(ARGS)
 	$(PY) scripts/make_table.py --spec results/specs/demo.yaml --runs $(RUNS)/demo/cpu \
 		--seeds 1 --out results/demo_cpu
+
+reproduce-table1: DEFAULT_SEEDS = $(if $(filter cpu,$(PROFILE)),1,1$(comma)2$(comma)3)
+reproduce-table1: setup ## Table 1 (LM perplexity): WT2 AWD-LSTM +FRAGE; paper profile adds CosReg, WT103
+	$(call sweep,table1)
+	$(if $(filter paper,$(PROFILE)),$(call sweep,table1_cosreg))
+	$(if $(filter paper,$(PROFILE)),$(call sweep,table1_wt103))
+	$(call table,table1,$(RUNS)/table1/$(PROFILE) $(wildcard $(RUNS)/table1_wt103/$(PROFILE)))
+
+reproduce-table2: setup ## Table 2 (ablation on FRAGE, WT2): select, lexico, ours, scale-only
+	$(call sweep,table2)
+	$(call table,table2,$(RUNS)/table2/$(PROFILE) $(RUNS)/table1/$(PROFILE))
+
+figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs of the profile)
+	$(call sweep,figure2)
+	$(PY) scripts/plot_figures.py tradeoff --runs $(RUNS)/figure2/$(PROFILE) \
+		$(RUNS)/table1/$(PROFILE) --metric test/ppl --out results/figures
 
 clean: ## Remove caches (keeps .venv and run outputs)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -78,10 +78,13 @@ class Trainer:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        scheduler_factory: Callable[[torch.optim.Optimizer], Any] | None = None,
     ) -> None:
         self.task, self.plugin, self.cfg, self.run, self.logger = task, plugin, cfg, run, logger
         self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
         self.optimizer = optimizer_factory(task.parameters())
+        # An epoch-wise learning-rate schedule (e.g. the QRNN's lr / 10 at epoch 12).
+        self.scheduler = scheduler_factory(self.optimizer) if scheduler_factory else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.step = 0
         self.epoch = 0  # epochs completed
@@ -90,6 +93,11 @@ class Trainer:
         self.bad_evals = 0
         self.examples = 0
         self.train_time = 0.0
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after this epoch (a task's finetune stage uses it)."""
+        self.stop_requested = True
 
     # ----------------------------------------------------------------------------- state
 
@@ -99,6 +107,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "optimizer_class": type(self.optimizer).__name__,
             "scaler": self.scaler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "plugin": self.plugin.state_dict(),
             "task": self.task.state_dict(),
             "loop": {
@@ -123,6 +132,8 @@ class Trainer:
             )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.plugin.load_state_dict(state["plugin"])
         loop = state["loop"]
         self.step, self.epoch, self.batch_in_epoch = (
@@ -280,6 +291,8 @@ class Trainer:
     def _end_of_epoch(self) -> bool:
         """Validate, select, maybe stop; returns False when training should stop."""
         self.epoch += 1
+        if self.scheduler is not None:
+            self.scheduler.step()
         keep_going = True
         if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.max_epochs:
             metrics = self.evaluate("valid")
@@ -310,6 +323,9 @@ class Trainer:
             self.task.on_epoch_end(self.epoch, metrics, self)
             if self.cfg.patience is not None and self.bad_evals >= self.cfg.patience:
                 log.info("early stop: no improvement in %d validations", self.bad_evals)
+                keep_going = False
+            if self.stop_requested:
+                log.info("stop requested by the task at epoch %d", self.epoch)
                 keep_going = False
         self.save()
         return keep_going

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from harmless.cooccur import top_k_anchors
@@ -75,11 +76,19 @@ def build_domains(
     """Split each table's items by frequency and, if asked, keep only the selected targets."""
     domains, report = {}, {}
     for name, info in tables.items():
+        # Items never seen in training carry no frequency information: neither domain.
+        items = np.arange(len(info.counts)) if info.items is None else np.asarray(info.items)
+        items = items[np.asarray(info.counts)[items] > 0]
         dom = split_by_frequency(
-            info.counts, cfg.split_rule, cfg.split_value, items=info.items, exclude=info.exclude
+            info.counts, cfg.split_rule, cfg.split_value, items=items, exclude=info.exclude
         )
         entry = {"rough": dom.summary()}
         if cfg.select:
+            if dom.source.size == 0:
+                raise ValueError(
+                    f"method.select needs a source domain, but split_rule={cfg.split_rule} "
+                    f"split_value={cfg.split_value} leaves table '{name}' without one"
+                )
             anchors = top_k_anchors(info.counts, cfg.anchors, items=dom.source)
             cooc = info.cooccurrence(anchors)
             selection = select_target(cooc, dom, cfg.quantile, cfg.against, anchors=anchors)

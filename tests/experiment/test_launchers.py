@@ -14,7 +14,14 @@ from tests.experiment.helpers import compose_job, train_cli
 def test_submitit_launcher_runs_jobs(tmp_path):
     # hydra/launcher=local is submitit's local executor: the code path of hydra/launcher=slurm.
     runs = tmp_path / "runs"
-    args = ["-m", "task=toy", "profile=smoke", "method=baseline", "seed=1,2", "hydra/launcher=local"]
+    args = [
+        "-m",
+        "task=toy",
+        "profile=smoke",
+        "method=baseline",
+        "seed=1,2",
+        "hydra/launcher=local",
+    ]
     proc = train_cli(args, runs)
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output
