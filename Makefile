@@ -35,7 +35,8 @@ endef
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format bench clean demo \
-	reproduce-table1 reproduce-table2 figure2
+	reproduce-table1 reproduce-table2 figure2 reproduce-table6 reproduce-table7 reproduce-table8 \
+	figures-ctr
 
 help: ## List every target with one line each
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -90,6 +91,26 @@ figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs
 	$(call sweep,figure2)
 	$(PY) scripts/plot_figures.py tradeoff --runs $(RUNS)/figure2/$(PROFILE) \
 		$(RUNS)/table1/$(PROFILE) --metric test/ppl --out results/figures
+
+reproduce-table6: setup ## Table 6 (MovieLens-1M AUC): DeepFM/AutoInt x 10k/20k/30k x B/+T/ours
+	$(call sweep,table6)
+	$(call table,table6,$(RUNS)/table6/$(PROFILE))
+
+reproduce-table7: setup ## Table 7 (Criteo AUC): DeepFM/AutoInt x 20k/50k x B/+T/ours
+	$(call sweep,table7)
+	$(call table,table7,$(RUNS)/table7/$(PROFILE))
+
+reproduce-table8: setup ## Table 8 (MovieLens-1M, DeepFM): SGD and SGD+momentum x 10k/20k
+	$(call sweep,table8)
+	$(call table,table8,$(RUNS)/table8/$(PROFILE))
+
+figures-ctr: setup ## Figures 4 and 5 (learning curves, baseline vs ours)
+	$(call sweep,figure4)
+	$(call sweep,figure5)
+	$(PY) scripts/plot_figures.py curves --runs $(RUNS)/figure4/$(PROFILE) \
+		--metric test/logloss --metric test/auc --every 5 --out results/figures --name figure4
+	$(PY) scripts/plot_figures.py curves --runs $(RUNS)/figure5/$(PROFILE) \
+		--metric test/auc --panel-by choices.optimizer --out results/figures --name figure5
 
 clean: ## Remove caches (keeps .venv and run outputs)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ class _Table:
     source: torch.Tensor
     target: torch.Tensor
     target_mask: torch.Tensor = field(repr=False)
+    items: torch.Tensor | None = None  # the rows this entry governs (None: every row)
 
 
 @dataclass
@@ -114,6 +116,9 @@ class HarmlessTransfer:
             the norm of the whole main gradient.
         seed: seed of the plug-in's own generator, so sampling never touches the global RNG and
             runs of different modes share dropout masks and batch order within one seed.
+        items: for each table, the row ids it governs (default: all rows). Several entries may
+            share one weight (the fields of one CTR table) when their items are disjoint; rows
+            outside every entry's items keep their plain main gradient.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class HarmlessTransfer:
         target_sample: int | None = None,
         parameters: Iterable[nn.Parameter] | None = None,
         seed: int = 0,
+        items: torch.Tensor | np.ndarray | Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode '{mode}'; allowed: {', '.join(MODES)}")
@@ -140,16 +146,17 @@ class HarmlessTransfer:
         self.source_sample, self.target_sample = source_sample, target_sample
         self.parameters = list(parameters) if parameters is not None else None
         self.generator = torch.Generator().manual_seed(seed)
-        self.tables = self._build_tables(tables, losses, domains)
+        self.tables = self._build_tables(tables, losses, domains, items)
 
     # ----------------------------------------------------------------------------- setup
 
-    def _build_tables(self, tables, losses, domains) -> list[_Table]:
+    def _build_tables(self, tables, losses, domains, items) -> list[_Table]:
         if not isinstance(tables, Mapping):
-            tables, losses, domains = (
+            tables, losses, domains, items = (
                 {"embedding": tables},
                 {"embedding": losses},
                 {"embedding": domains},
+                {"embedding": items},
             )
         if not isinstance(losses, Mapping):
             losses = dict.fromkeys(tables, losses)
@@ -158,10 +165,8 @@ class HarmlessTransfer:
         built = []
         for name, table in tables.items():
             weight = _as_parameter(table, name)
-            loss = losses.get(name)
-            dom = (domains or {}).get(name)
-            needs_domains = loss is not None or self.mode == "scale-only"
-            if needs_domains and dom is None and loss is not None:
+            loss, dom = losses.get(name), (domains or {}).get(name)
+            if loss is not None and dom is None:
                 raise ValueError(f"table '{name}' has a transfer loss but no domains")
             num_rows = weight.shape[0]
             source = _ids(dom.source, num_rows, f"source of '{name}'") if dom else _ids([], 1, "")
@@ -173,10 +178,31 @@ class HarmlessTransfer:
                 )
             if loss is not None and loss.uses_source and source.numel() == 0:
                 raise ValueError(f"table '{name}' has an empty source domain for its loss")
+            own = (items or {}).get(name)
+            own = None if own is None else _ids(own, num_rows, f"items of '{name}'")
+            if own is not None and not torch.isin(torch.cat([source, target]), own).all():
+                raise ValueError(f"the domains of '{name}' reach rows outside its items")
             mask = torch.zeros(num_rows, dtype=torch.bool)
             mask[target] = True
-            built.append(_Table(name, weight, loss, source, target, mask))
+            built.append(_Table(name, weight, loss, source, target, mask, own))
+        self._check_shared(built)
         return built
+
+    @staticmethod
+    def _check_shared(built: list[_Table]) -> None:
+        """Entries that share one weight must each govern their own rows (`items`)."""
+        by_weight: dict[int, list[_Table]] = {}
+        for table in built:
+            by_weight.setdefault(id(table.weight), []).append(table)
+        for group in by_weight.values():
+            if len(group) == 1:
+                continue
+            names = [t.name for t in group]
+            if any(t.items is None for t in group):
+                raise ValueError(f"tables {names} share one weight: give each its items=")
+            rows = torch.cat([t.items for t in group])
+            if rows.numel() != torch.unique(rows).numel():
+                raise ValueError(f"tables {names} share one weight and their items overlap")
 
     # ----------------------------------------------------------------------------- step
 
@@ -246,6 +272,20 @@ class HarmlessTransfer:
         pick = torch.randperm(ids.numel(), generator=self.generator)[:k]
         return ids[pick].sort().values
 
+    @staticmethod
+    def _gather_main(grad: torch.Tensor, items: torch.Tensor | None):
+        """Row ids (sorted, on the CPU) with a non-zero main gradient, and those rows' values."""
+        if grad.is_sparse:
+            grad = grad.coalesce()
+            rows, values = grad.indices()[0].cpu(), grad.values()
+            if items is not None:
+                keep = torch.isin(rows, items)
+                rows, values = rows[keep], values[keep.to(values.device)]
+            return rows, values
+        values = grad[items.to(grad.device)]
+        nonzero = values.ne(0).any(dim=1)
+        return items[nonzero.cpu()], values[nonzero]
+
     def _transfer_rows(self, table: _Table, ids, main_rows: torch.Tensor) -> torch.Tensor:
         if table.loss is None or self.mode == "scale-only":
             return torch.empty(0, dtype=torch.long)
@@ -257,29 +297,29 @@ class HarmlessTransfer:
         return self._sample(rows, self.target_sample)
 
     def _prepare(self, table: _Table, ids, scale: float) -> _TableStep:
-        """Gather the main gradient, find the transfer rows and differentiate the transfer loss."""
+        """Gather the main gradient, find the transfer rows and differentiate the transfer loss.
+
+        A dense gradient of a table that governs all its rows is combined in place; a sparse
+        gradient, or an entry restricted to `items` (one CTR field of a shared table), is
+        gathered into the rows it touches.
+        """
         weight = table.weight
         dev = weight.device
-        grad = weight.grad
-        if grad is None:
-            grad = torch.zeros_like(weight)
-        if grad.is_sparse:
-            grad = grad.coalesce()
-            main_rows = grad.indices()[0].cpu()
-        else:
-            in_place = grad.dtype == torch.float32 and scale == 1.0
-            main = grad if in_place else grad.float() / scale
+        grad = weight.grad if weight.grad is not None else torch.zeros_like(weight)
+        if not grad.is_sparse and table.items is None:
+            main = grad if grad.dtype == torch.float32 and scale == 1.0 else grad.float() / scale
             sq = torch.linalg.vector_norm(main, dim=1).square()
             main_rows = (sq > 0).nonzero().squeeze(1).cpu()
-        t_rows = self._transfer_rows(table, ids, main_rows)
-        if grad.is_sparse:
+            t_rows = self._transfer_rows(table, ids, main_rows)
+            rows, t_pos = None, t_rows.to(dev)
+        else:
+            main_rows, values = self._gather_main(grad, table.items)
+            t_rows = self._transfer_rows(table, ids, main_rows)
             rows = torch.unique(torch.cat([main_rows, t_rows]))  # sorted
             main = torch.zeros(rows.numel(), weight.shape[1], device=dev)
-            main[torch.searchsorted(rows, main_rows).to(dev)] = grad.values().float() / scale
+            main[torch.searchsorted(rows, main_rows).to(dev)] = values.float() / scale
             sq = torch.linalg.vector_norm(main, dim=1).square()
             t_pos = torch.searchsorted(rows, t_rows).to(dev)
-        else:
-            rows, t_pos = None, t_rows.to(dev)
         inner = torch.zeros_like(sq)
         g_t, loss_value, aux = main.new_zeros(0, weight.shape[1]), None, {}
         if t_rows.numel():
@@ -335,21 +375,33 @@ class HarmlessTransfer:
 
     @staticmethod
     def _write(weight: nn.Parameter, step: _TableStep, scale: float) -> None:
-        """Put the combined rows back into `.grad`, dense or sparse, in the weight's dtype."""
-        values = step.main if scale == 1.0 else step.main * scale
-        if step.rows is not None:
-            indices = step.rows.to(weight.device).unsqueeze(0)
-            weight.grad = torch.sparse_coo_tensor(
-                indices,
-                values.to(weight.dtype),
-                weight.shape,
-                is_coalesced=True,
-                check_invariants=False,
-            )
-        elif weight.grad is None:
-            weight.grad = values.to(weight.dtype)
-        elif values is not weight.grad:
-            weight.grad.copy_(values)
+        """Put the combined rows back into `.grad`, dense or sparse, in the weight's dtype.
+
+        A sparse gradient keeps the rows that other entries of the same weight govern.
+        """
+        values = (step.main if scale == 1.0 else step.main * scale).to(weight.dtype)
+        grad = weight.grad
+        if step.rows is None:
+            if grad is None:
+                weight.grad = values
+            elif values is not grad:
+                grad.copy_(values)
+            return
+        rows = step.rows.to(weight.device)
+        if grad is None or not grad.is_sparse:
+            if grad is None:
+                weight.grad = grad = torch.zeros_like(weight)
+            grad[rows] = values
+            return
+        grad = grad.coalesce()
+        old_rows, old_values = grad.indices()[0], grad.values()
+        all_rows = torch.unique(torch.cat([old_rows, rows]))
+        merged = old_values.new_zeros(all_rows.numel(), weight.shape[1])
+        merged[torch.searchsorted(all_rows, old_rows)] = old_values
+        merged[torch.searchsorted(all_rows, rows)] = values
+        weight.grad = torch.sparse_coo_tensor(
+            all_rows.unsqueeze(0), merged, weight.shape, is_coalesced=True, check_invariants=False
+        )
 
     # ----------------------------------------------------------------------------- extras
 

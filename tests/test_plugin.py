@@ -269,3 +269,50 @@ def test_bfloat16_table_combines_in_float32():
         grads.append(m.embedding.weight.grad)
     assert grads[0].dtype == torch.bfloat16
     assert torch.allclose(grads[0].float(), grads[1], rtol=2e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fields_sharing_one_table_govern_their_own_rows(sparse):
+    # One table of 12 rows: field a = rows 0-5, field b = rows 6-9, rows 10-11 a third field
+    # without transfer. Each field's rows get Algorithm 1 once; the third field's rows keep
+    # their plain main gradient (no rescaling leaks into fields without transfer).
+    model = Bag(sparse=sparse)
+    plain, loss_value = _plain_grads(model)
+    plain = plain["embedding.weight"]
+    ids = torch.tensor([[0, 5, 6], [1, 9, 10]])
+    y = torch.tensor([0, 2])
+    fields = {"a": np.arange(0, 6), "b": np.arange(6, 10)}
+    domains = {
+        "a": SimpleNamespace(source=np.array([0, 1]), target=np.arange(2, 6)),
+        "b": SimpleNamespace(source=np.array([6]), target=np.arange(7, 10)),
+    }
+    losses = {"a": PullToPoint(torch.ones(D)), "b": PullToPoint(-torch.ones(D))}
+    model.zero_grad()
+    loss = nn.functional.cross_entropy(model(ids), y)
+    loss.backward()
+    plain = model.embedding.weight.grad.to_dense().clone()
+    model.zero_grad()
+    loss = nn.functional.cross_entropy(model(ids), y)
+    tables = {"a": model.embedding, "b": model.embedding}
+    plugin = HarmlessTransfer(tables, losses, domains, items=fields)
+    plugin.backward(loss, {"a": ids, "b": ids})
+    grad = model.embedding.weight.grad.to_dense()
+    assert torch.equal(grad[10], plain[10])  # no transfer field: untouched
+    for name, rows, target in (("a", [0, 1, 5], [5]), ("b", [6, 9], [9])):
+        rows = torch.tensor(rows)
+        g_m = plain[rows]
+        g_t = torch.zeros_like(g_m)
+        t = torch.tensor(target)
+        g_t[-1] = _transfer_grad(model.embedding.weight, t, losses[name])[0]
+        lam = itemwise_lambda(g_m, g_t, loss.detach())
+        assert torch.allclose(grad[rows], g_t + lam[:, None] * g_m, atol=1e-6), name
+
+
+def test_shared_weight_needs_disjoint_items():
+    emb = nn.Embedding(V, D)
+    losses = {"a": MeanMatch(), "b": MeanMatch()}
+    with pytest.raises(ValueError, match="share one weight: give each its items="):
+        HarmlessTransfer({"a": emb, "b": emb}, losses, {"a": DOMAINS, "b": DOMAINS})
+    overlap = {"a": np.arange(0, 12), "b": np.arange(0, 12)}
+    with pytest.raises(ValueError, match="their items overlap"):
+        HarmlessTransfer({"a": emb, "b": emb}, losses, {"a": DOMAINS, "b": DOMAINS}, items=overlap)

@@ -48,7 +48,9 @@ class MethodConfig:
     split_value: float = 0.2  # the 80/20 rule by default
     anchors: int = 1000  # top-K frequent items that co-occurrence vectors count against
     quantile: float = 0.2  # share of the rough target domain that selection drops
-    against: str = "anchors"  # selection compares with the anchors or the whole source domain
+    # Selection compares with the anchors (the LM's top-1K words, all frequent) or with the whole
+    # source domain (CTR: a field's frequent values; the anchors there span every field).
+    against: str = "anchors"
     source_sample: int | None = 1024  # source rows drawn per step as the reference sample
     target_sample: int | None = None  # cap on target rows per step
 
@@ -89,7 +91,8 @@ def build_domains(
                     f"method.select needs a source domain, but split_rule={cfg.split_rule} "
                     f"split_value={cfg.split_value} leaves table '{name}' without one"
                 )
-            anchors = top_k_anchors(info.counts, cfg.anchors, items=dom.source)
+            # Co-occurrence columns: the K most frequent items of the whole table (all fields).
+            anchors = top_k_anchors(info.counts, cfg.anchors)
             cooc = info.cooccurrence(anchors)
             selection = select_target(cooc, dom, cfg.quantile, cfg.against, anchors=anchors)
             dom = selection.apply(dom)
@@ -142,5 +145,6 @@ def build_plugin(
         target_sample=cfg.target_sample,
         parameters=parameters if cfg.mode == "lexico-global" else None,
         seed=seed,
+        items={name: info.items for name, info in tables.items() if info.items is not None},
     )
     return plugin.to(device)
