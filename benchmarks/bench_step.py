@@ -131,7 +131,17 @@ def _peak_rss_child(shape: str, mode: str, steps: int, queue) -> None:
     fn = make_step(shape, mode)
     for _ in range(steps):
         fn()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB on Linux
+    queue.put(_peak_rss_mib())
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM). Unlike getrusage's ru_maxrss, it does not inherit the
+    parent's peak across fork + exec, so each child measures its own mode alone."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(shape: str, steps: int) -> dict[str, float]:

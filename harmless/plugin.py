@@ -362,15 +362,23 @@ class HarmlessTransfer:
     def _combine(self, step: _TableStep, loss_value, lam_global) -> torch.Tensor | None:
         """Overwrite `step.main` with the update of the mode; returns the lambdas used."""
         main, t_pos = step.main, step.t_pos
+        # t_pos holds distinct rows: a gather-add-scatter is several times faster on the CPU
+        # than index_add_.
         if self.mode == "fixed":
-            main.index_add_(0, t_pos, self.lam * step.g_t)
+            main[t_pos] += self.lam * step.g_t
             return None
         if self.mode == "lexico-global":
             lam = lam_global.to(main.device).expand(main.shape[0])
         else:  # lexico and scale-only (whose inner products are all zero)
             lam = lambda_from_products(step.sq, step.inner, loss_value, self.alpha)
-        main.mul_(lam.unsqueeze(1))
-        main.index_add_(0, t_pos, step.g_t)
+        # Rows without a main gradient are zero: when they are most of the table (a dense
+        # gradient of a large table, few rows in the batch), rescale the others alone.
+        touched = (step.sq > 0).nonzero().squeeze(1)
+        if touched.numel() < main.shape[0] // 2:
+            main[touched] *= lam[touched].unsqueeze(1)
+        else:
+            main.mul_(lam.unsqueeze(1))
+        main[t_pos] += step.g_t
         return lam
 
     @staticmethod
