@@ -67,9 +67,11 @@ format: setup ## ruff format and fix imports
 	$(VENV)/bin/ruff check --fix --select I .
 	$(VENV)/bin/ruff format .
 
-bench: setup ## Benchmarks: lexico step overhead (LM- and CTR-shaped) and selection at WT103 scale
+bench: setup ## Benchmarks: plug-in step overhead, LM layers and tokens/s, selection at WT103 scale
 	$(PY) benchmarks/bench_step.py
+	$(PY) benchmarks/bench_lm.py
 	$(PY) benchmarks/bench_selection.py
+	$(PY) benchmarks/harmlessness.py
 
 demo: setup ## Baseline vs fixed lambda vs ours on the toy task, one seed, and its table
 	$(TRAIN) -m +experiment=demo profile=cpu seed=1 $(ARGS)
