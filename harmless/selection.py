@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +35,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from harmless.atomic import atomic_open
 from harmless.domains import Domains, as_id_array, check_id_range
 
 logger = logging.getLogger(__name__)
@@ -131,27 +130,16 @@ class Selection:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write an .npz file atomically (a temporary file in the same folder, then os.replace)."""
-        path = Path(path)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(
-                    file,
-                    target=self.target,
-                    best_similarity=self.best_similarity,
-                    best_match=self.best_match,
-                    eta=np.float64(self.eta),
-                    quantile=np.float64(self.quantile),
-                    against=np.str_(self.against),
-                )
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as file:
+            np.savez(
+                file,
+                target=self.target,
+                best_similarity=self.best_similarity,
+                best_match=self.best_match,
+                eta=np.float64(self.eta),
+                quantile=np.float64(self.quantile),
+                against=np.str_(self.against),
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Selection:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harmless.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -63,15 +65,6 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def atomic_file(final: Path) -> Iterator[Path]:
-    """Yield a temporary path in `final`'s folder that is moved onto `final` on success."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+def atomic_file(final: Path):
+    """A temporary path in `final`'s folder, moved onto `final` on success (harmless.atomic)."""
+    return atomic_path(final)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +32,7 @@ from typing import IO
 import numpy as np
 import torch
 
+from harmless.atomic import atomic_open
 from tasks.lm.download import (
     EOS,
     SPLITS,
@@ -174,15 +174,8 @@ def _cache_key(name: str, folder: Path) -> str:
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        write(f)
 
 
 def _save_cache(directory: Path, corpus: Corpus) -> None:

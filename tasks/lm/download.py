@@ -22,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from harmless.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +94,8 @@ def compare_expected(name: str, vocab_size: int | None, tokens: dict[str, int]) 
 
 
 def _write_lines_atomically(path: Path, lines: Iterable[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.writelines(lines)
 
 
 def _release_lines(texts: Iterable[str]) -> Iterator[str]:
