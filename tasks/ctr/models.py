@@ -12,7 +12,9 @@ reparam(weight) instead.
 - AutoInt+ (Song et al. 2019, the "+" adds the MLP): embeddings projected to the attention
   width, a stack of multi-head self-attention layers over the fields, a residual projection of
   the embeddings, ReLU, a linear read-out; plus the MLP. NOTE: this follows PEP's AutoInt (the one
-  the paper ran): torch's MultiheadAttention (with its output projection), one residual added
+  the paper ran): torch's MultiheadAttention (with its output projection; `FieldAttention`
+  computes the same function with the same parameters, 2-5x faster on CPU for a handful of
+  fields, see `benchmarks/bench_ctr.py`), one residual added
   after the whole stack, and no linear term by default (`linear=True` adds DeepFM's); Song et
   al. add a residual and a ReLU in every layer.
 
@@ -25,6 +27,8 @@ dropout 0.4 (MovieLens-1M) / 0 (Criteo).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +50,37 @@ def _positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+class FieldAttention(nn.Module):
+    """Multi-head self-attention over a few fields: nn.MultiheadAttention(batch_first=True)'s
+    function and parameters (in_proj_weight/bias, out_proj; its state dict loads here), with
+    the per-head products written as einsums. torch's CPU kernels are built for long sequences;
+    with F ~ 6-40 fields the [B*H] tiny matrix products cost more than the projections."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads, self.dropout = num_heads, float(dropout)
+        reference = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.in_proj_weight = nn.Parameter(reference.in_proj_weight.detach().clone())
+        self.in_proj_bias = nn.Parameter(reference.in_proj_bias.detach().clone())
+        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj.load_state_dict(
+            {"weight": reference.out_proj.weight, "bias": reference.out_proj.bias}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, F, A] -> [B, F, A]
+        batch, fields, width = x.shape
+        heads = self.num_heads
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [B, F, 3A]
+        q, k, v = qkv.view(batch, fields, 3, heads, width // heads).unbind(2)  # [B, F, H, A/H]
+        scores = torch.einsum("bqhd,bkhd->bqkh", q, k) * (1.0 / math.sqrt(width // heads))
+        weights = F.dropout(scores.softmax(dim=2), self.dropout, self.training)  # [B, Fq, Fk, H]
+        out = torch.einsum("bqkh,bkhd->bqhd", weights, v).reshape(batch, fields, width)
+        return self.out_proj(out)
 
 
 class CTRModel(nn.Module):
@@ -155,8 +190,7 @@ class AutoInt(CTRModel):
             raise ValueError(f"attn_dim {attn_dim} must be divisible by num_heads {num_heads}")
         self.attn_in = nn.Linear(embed_dim, attn_dim)
         self.attn_layers = nn.ModuleList(
-            nn.MultiheadAttention(attn_dim, num_heads, dropout=attn_dropout, batch_first=True)
-            for _ in range(num_layers)
+            FieldAttention(attn_dim, num_heads, dropout=attn_dropout) for _ in range(num_layers)
         )
         self.residual = nn.Linear(embed_dim, attn_dim)
         self.attn_out = nn.Linear(num_fields * attn_dim, 1)
@@ -170,7 +204,7 @@ class AutoInt(CTRModel):
         batch = emb.shape[0]
         hidden = self.attn_in(emb)  # [B, F, A]
         for layer in self.attn_layers:
-            hidden, _ = layer(hidden, hidden, hidden, need_weights=False)  # [B, F, A]
+            hidden = layer(hidden)  # [B, F, A]
         hidden = F.relu(hidden + self.residual(emb))  # [B, F, A]
         logits = self.attn_out(hidden.reshape(batch, -1)).squeeze(1)  # [B, F * A] -> [B]
         logits = logits + self.mlp(emb.reshape(batch, -1)).squeeze(1)  # [B, F * d] -> [B]

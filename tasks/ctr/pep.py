@@ -112,6 +112,7 @@ def search_masks(
     weight_decay: float = 1e-5,
     granularity: str = "feature_dim",
     threshold_init: float = -15.0,
+    threshold_lr: float | None = None,
     grad_clip: float | None = 100.0,
     max_epochs: int = 500,
 ) -> dict[int, PEPMask]:
@@ -122,6 +123,8 @@ def search_masks(
         x: int [N, F] training ids and y: float [N] labels, on the device to train on.
         budgets: numbers of non-zero embedding parameters to stop at.
         seed: seeds batch order and dropout (the global RNG state is restored afterwards).
+        threshold_lr: Adam's learning rate for the thresholds s (default: `lr`, as PEP). A larger
+            one shortens the search (the CPU profile's choice, see the module docstring).
         max_epochs: BudgetNotReached (a RuntimeError) if some budget is still above the count
             after this many epochs (the module docstring has measured search lengths).
 
@@ -136,7 +139,13 @@ def search_masks(
     table = search.embedding.weight
     search.reparam = SoftThreshold(table.shape[0], table.shape[1], granularity, threshold_init)
     search.reparam.to(table.device)
-    optimizer = torch.optim.Adam(search.parameters(), lr=lr, weight_decay=weight_decay)
+    thresholds = list(search.reparam.parameters())
+    others = [p for n, p in search.named_parameters() if not n.startswith("reparam.")]
+    optimizer = torch.optim.Adam(
+        [{"params": others}, {"params": thresholds, "lr": threshold_lr or lr}],
+        lr=lr,
+        weight_decay=weight_decay,
+    )
     generator = torch.Generator().manual_seed(seed)
     found: dict[int, PEPMask] = {}
     step, epoch, loss = 0, 0, torch.tensor(float("nan"))

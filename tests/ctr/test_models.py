@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.ctr.models import AutoInt, DeepFM
+from tasks.ctr.models import AutoInt, DeepFM, FieldAttention
 
 V, F, D = 50, 6, 8
 
@@ -92,3 +92,15 @@ def test_mask_is_weight_times_mask(cls):
     assert "embedding.mask" in model.state_dict()
     with pytest.raises(ValueError, match=r"mask must have shape \(50, 8\)"):
         model.set_mask(torch.ones(V, D + 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_field_attention_is_multihead_attention(heads):
+    torch.manual_seed(heads)
+    reference = torch.nn.MultiheadAttention(16, heads, batch_first=True)
+    layer = FieldAttention(16, heads)
+    layer.load_state_dict(reference.state_dict())
+    x = torch.randn(7, 5, 16)
+    expected, _ = reference(x, x, x, need_weights=False)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+    assert count(layer) == count(reference)
