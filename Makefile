@@ -67,14 +67,24 @@ format: setup ## ruff format and fix imports
 	$(VENV)/bin/ruff check --fix --select I .
 	$(VENV)/bin/ruff format .
 
-bench: setup ## Benchmarks: plug-in step overhead, LM layers and tokens/s, selection at WT103 scale
+bench: setup ## Benchmarks: plug-in overhead, CTR and LM throughput, selection at WT103 scale
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/bench.txt
 	$(PY) benchmarks/bench_step.py
+	$(PY) benchmarks/bench_ctr.py
 	$(PY) benchmarks/bench_lm.py
 	$(PY) benchmarks/bench_selection.py
 	$(PY) benchmarks/harmlessness.py
 
-demo: setup ## Baseline vs fixed lambda vs ours on the toy task, one seed, and its table
-	$(TRAIN) -m +experiment=demo profile=cpu seed=1 $(ARGS)
+# The local MovieLens copy has no complete timestamps (ratings_no_timestamp.dat: six fields, as
+# the CPU profile reads); GroupLens's own copy (fetched when none is there) has all seven.
+ML1M_DIR = $(HARMLESS_DATA_DIR)/movielens-1m
+ML1M_OFFICIAL = task.ratings_file=ratings.dat \
+	'task.fields=[timestamp,gender,age,occupation,zip,year,genres]'
+demo: setup ## One Table 6 cell (MovieLens-1M, DeepFM, 10k params): B / +T / ours, one seed
+	@test -f $(ML1M_DIR)/ratings.dat -o -f $(ML1M_DIR)/ratings_no_timestamp.dat \
+		|| $(PY) -m tasks.ctr.download movielens1m --data-dir $(HARMLESS_DATA_DIR)
+	$(TRAIN) -m +experiment=demo profile=cpu seed=1 resume=true \
+		$(if $(wildcard $(ML1M_DIR)/ratings_no_timestamp.dat),,$(ML1M_OFFICIAL)) $(ARGS)
 	$(PY) scripts/make_table.py --spec results/specs/demo.yaml --runs $(RUNS)/demo/cpu \
 		--seeds 1 --out results/demo_cpu
 

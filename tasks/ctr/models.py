@@ -26,9 +26,8 @@ dropout 0.4 (MovieLens-1M) / 0 (Criteo).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

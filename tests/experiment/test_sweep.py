@@ -13,11 +13,11 @@ from tests.experiment.helpers import ROOT, train_cli
 @pytest.mark.slow
 def test_multirun_produces_a_table(tmp_path):
     runs = tmp_path / "runs"
-    args = ["-m", "+experiment=demo", "profile=smoke", "method=baseline,ours", "seed=1,2"]
+    args = ["-m", "+experiment=toy", "profile=smoke", "method=baseline,ours", "seed=1,2"]
     proc = train_cli(args, runs)
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output
-    jobs = sorted(p.name for p in (runs / "demo" / "smoke").iterdir() if p.is_dir())
+    jobs = sorted(p.name for p in (runs / "toy" / "smoke").iterdir() if p.is_dir())
     assert jobs == [f"method={m},seed={s}" for m in ("baseline", "ours") for s in (1, 2)]
 
     out = tmp_path / "table"
@@ -25,9 +25,9 @@ def test_multirun_produces_a_table(tmp_path):
         sys.executable,
         "scripts/make_table.py",
         "--spec",
-        "results/specs/demo.yaml",
+        "results/specs/toy.yaml",
         "--runs",
-        str(runs / "demo" / "smoke"),
+        str(runs / "toy" / "smoke"),
         "--seeds",
         "1",
         "2",
