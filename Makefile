@@ -34,7 +34,7 @@ define table
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint format bench clean demo \
+.PHONY: help setup test test-fast lint format bench clean demo figure3 \
 	reproduce-table1 reproduce-table2 reproduce-table3 figure2 reproduce-table6 reproduce-table7 reproduce-table8 \
 	figures-ctr
 
@@ -120,13 +120,27 @@ reproduce-table8: setup ## Table 8 (MovieLens-1M, DeepFM): SGD and SGD+momentum 
 	$(call sweep,table8)
 	$(call table,table8,$(RUNS)/table8/$(PROFILE))
 
-figures-ctr: setup ## Figures 4 and 5 (learning curves, baseline vs ours)
+# Figure 3's data: the CPU profile reads the local copies (six MovieLens fields, the Criteo sample).
+FIG3_ML1M = $(if $(filter cpu smoke,$(PROFILE)),--ratings-file ratings_no_timestamp.dat \
+	--fields gender age occupation zip year genres)
+FIG3_CRITEO = $(if $(filter cpu smoke,$(PROFILE)),--criteo-path \
+	criteo-sample/criteo_head10000_train.tsv --min-count 2)
+figure3: setup ## Figure 3: value frequency against rank (MovieLens-1M zip, Criteo C3)
+	$(PY) scripts/ctr_value_counts.py movielens1m zip --out $(RUNS)/figure3/$(PROFILE)/ml1m_zip.npy \
+		$(FIG3_ML1M)
+	$(PY) scripts/ctr_value_counts.py criteo C3 --out $(RUNS)/figure3/$(PROFILE)/criteo_c3.npy \
+		$(FIG3_CRITEO)
+	$(PY) scripts/plot_figures.py frequency --out results/figures --name figure3_$(PROFILE) \
+		--counts "MovieLens-1M zip=$(RUNS)/figure3/$(PROFILE)/ml1m_zip.npy" \
+		"Criteo C3=$(RUNS)/figure3/$(PROFILE)/criteo_c3.npy"
+
+figures-ctr: figure3 ## Figures 3, 4 and 5 (frequencies; learning curves, baseline vs ours)
 	$(call sweep,figure4)
 	$(call sweep,figure5)
 	$(PY) scripts/plot_figures.py curves --runs $(RUNS)/figure4/$(PROFILE) \
-		--metric test/logloss --metric test/auc --every 5 --out results/figures --name figure4
+		--metric test/logloss --metric test/auc --every 5 --out results/figures --name figure4_$(PROFILE)
 	$(PY) scripts/plot_figures.py curves --runs $(RUNS)/figure5/$(PROFILE) \
-		--metric test/auc --panel-by choices.optimizer --out results/figures --name figure5
+		--metric test/auc --panel-by choices.optimizer --out results/figures --name figure5_$(PROFILE)
 
 clean: ## Remove caches (keeps .venv and run outputs)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
