@@ -109,12 +109,23 @@ def test_train_loss_and_evaluate(root, cache_dir, one_thread):
     assert torch.equal(out.ids["zip"], x[:, task.data.column("zip")].long())
     train(task, epochs=3)
     metrics = task.evaluate("test")
-    assert set(metrics) == {"auc", "logloss", "auc_head", "auc_tail", "auc_pep"}
+    assert set(metrics) == {"auc", "logloss", "auc_head", "auc_tail", "auc_pep", "auc_pep_best"}
     assert 0.0 <= metrics["auc"] <= 1.0 and metrics["logloss"] > 0
+    assert metrics["auc_pep_best"] == metrics["auc_pep"]  # the only test evaluation so far
     facts = task.describe()
     assert facts["values_per_field"]["zip"] == len(task.data.values["zip"]) > 4
     assert facts["transfer_fields"] == ["zip"]
     assert facts["nonzero_embedding_params"] == facts["embedding_params"] == 4 * task.data.num_items
+    # PEP's protocol keeps the best test AUC over evaluations, and it survives a resume
+    best = metrics["auc_pep"]
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p.zero_()  # a constant predictor: per-batch AUC 0.5
+    worse = task.evaluate("test")
+    assert worse["auc_pep"] == 0.5 and worse["auc_pep_best"] == max(best, 0.5)
+    task.load_state_dict({"best_test_pep": 0.99})
+    assert task.evaluate("test")["auc_pep_best"] == 0.99
+    assert task.state_dict()["best_test_pep"] == 0.99
 
 
 def test_ema_is_swapped_in_for_evaluation(root, cache_dir, one_thread):
