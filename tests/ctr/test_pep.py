@@ -70,6 +70,16 @@ def test_search_reaches_the_budget(problem, one_thread):
     assert torch.equal(model.embedding.weight[kept], before["embedding.weight"][kept])
 
 
+def test_a_larger_threshold_lr_reaches_the_budget_sooner(problem, one_thread):
+    x, y = problem
+    slow = {**FAST, "threshold_init": -3.0, "lr": 5e-3, "max_epochs": 200}
+    base = search_masks(fresh_model(), x, y, [250], seed=0, **slow)[250]
+    fast = search_masks(fresh_model(), x, y, [250], seed=0, **slow, threshold_lr=5e-2)[250]
+    same = search_masks(fresh_model(), x, y, [250], seed=0, **slow, threshold_lr=5e-3)[250]
+    assert fast.step < base.step / 2
+    assert same.step == base.step and torch.equal(same.mask, base.mask)  # default: lr
+
+
 def test_search_is_deterministic_per_seed(problem, one_thread):
     x, y = problem
     a = search_masks(fresh_model(), x, y, [200], seed=1, **FAST)[200]
