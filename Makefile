@@ -117,6 +117,9 @@ figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs
 reproduce-table6: setup ## Table 6 (MovieLens-1M AUC): DeepFM/AutoInt x 10k/20k/30k x B/+T/ours
 	$(call sweep,table6)
 	$(call table,table6,$(RUNS)/table6/$(PROFILE))
+	$(PY) scripts/make_table.py --spec results/specs/table6_head_tail.yaml \
+		--runs $(RUNS)/table6/$(PROFILE) --seeds $(subst $(comma), ,$(seeds)) \
+		--out results/table6_head_tail_$(PROFILE)
 
 reproduce-table7: setup ## Table 7 (Criteo AUC): DeepFM/AutoInt x 20k/50k x B/+T/ours
 	$(call sweep,table7)
