@@ -120,6 +120,7 @@ class LMTask(Task):
         self.cooc_window, self.head_fraction = cooc_window, head_fraction
         self.exclude_tokens = tuple(exclude_tokens)
         self._hidden: Any = None
+        self._keep_hidden = False  # set by load_state_dict: the resumed epoch continues its state
         self._last_valid_loss: float | None = None
         self._ready = False
 
@@ -189,7 +190,9 @@ class LMTask(Task):
     def train_batches(self, epoch: int, generator: torch.Generator) -> Iterator[LMBatch]:
         """The epoch's batches in stream order; lengths drawn from ``generator`` only."""
         self._check_ready()
-        self._hidden = None  # a fresh state at the start of every epoch, as awd-lstm-lm
+        if not self._keep_hidden:
+            self._hidden = None  # a fresh state at the start of every epoch, as awd-lstm-lm
+        self._keep_hidden = False
         max_len = None if self.bptt_cap is None else self.bptt + self.bptt_cap
         for inputs, targets, seq_len in bptt_batches(
             self._train, self.bptt, generator, min_len=self.min_seq_len, max_len=max_len
@@ -199,6 +202,7 @@ class LMTask(Task):
                 targets.to(self.device, non_blocking=True),
                 seq_len,
             )
+        self._hidden = None  # the epoch is over: a checkpoint now carries no state into the next
 
     def train_loss(self, batch: LMBatch) -> StepOutput:
         """The full training objective mean NLL + alpha AR + beta TAR.
@@ -271,12 +275,18 @@ class LMTask(Task):
     # ------------------------------------------------------------------ bookkeeping
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ntasgd": self.ntasgd.state_dict()} if self._ready else {}
+        """NT-ASGD's state, and the recurrent state carried between batches of this epoch."""
+        if not self._ready:
+            return {}
+        return {"ntasgd": self.ntasgd.state_dict(), "hidden": self._hidden}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore; a checkpoint taken mid-epoch continues that epoch from its hidden state."""
         self._check_ready()
         if "ntasgd" in state:
             self.ntasgd.load_state_dict(state["ntasgd"])
+        self._hidden = state.get("hidden")
+        self._keep_hidden = self._hidden is not None
 
     def describe(self) -> dict[str, Any]:
         self._check_ready()

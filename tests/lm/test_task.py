@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from types import SimpleNamespace
@@ -94,6 +95,43 @@ def test_training_steps_carry_a_detached_state(toy_data_dir, tmp_path):
     batches = task.train_batches(2, generator)
     next(batches)
     assert task._hidden is None  # a fresh state for every epoch
+
+
+def _third_batch_loss(task):
+    """The training loss on the epoch's third batch, the two before it run first."""
+    batches = task.train_batches(0, torch.Generator().manual_seed(5))
+    for index, batch in enumerate(batches):
+        torch.manual_seed(index)  # the same dropout masks on every path
+        loss = task.train_loss(batch).loss.item()
+        if index == 2:
+            return loss
+    raise AssertionError("the epoch has fewer than three batches")
+
+
+def test_mid_epoch_checkpoint_carries_the_hidden_state(toy_data_dir, tmp_path):
+    whole = _toy_task(toy_data_dir, tmp_path, bptt_cap=0)
+    batches = whole.train_batches(0, torch.Generator().manual_seed(5))
+    for index in range(2):
+        torch.manual_seed(index)
+        whole.train_loss(next(batches))
+    state = whole.state_dict()  # a checkpoint after two batches of the epoch
+    assert state["hidden"] is not None
+    expected = _third_batch_loss(_toy_task(toy_data_dir, tmp_path, bptt_cap=0))
+    resumed = _toy_task(toy_data_dir, tmp_path, bptt_cap=0)
+
+    def skipped(task):  # the loop skips the resumed epoch's finished batches the same way
+        return itertools.islice(task.train_batches(0, torch.Generator().manual_seed(5)), 2, None)
+
+    resumed.load_state_dict(state)
+    torch.manual_seed(2)
+    got = resumed.train_loss(next(skipped(resumed))).loss.item()
+    assert got == pytest.approx(expected, abs=1e-6)
+    fresh = _toy_task(toy_data_dir, tmp_path, bptt_cap=0)
+    torch.manual_seed(2)
+    assert fresh.train_loss(next(skipped(fresh))).loss.item() != pytest.approx(expected, abs=1e-6)
+    for _ in whole.train_batches(1, torch.Generator().manual_seed(5)):
+        pass
+    assert whole.state_dict()["hidden"] is None  # an epoch-end checkpoint starts the next fresh
 
 
 def test_evaluate_ntasgd_and_checkpoint(toy_data_dir, tmp_path):
