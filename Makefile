@@ -18,7 +18,7 @@ ARGS ?=
 RUNS ?= runs
 TRAIN := $(PY) -m harmless.experiment.train
 comma := ,
-LAUNCH := $(if $(filter basic,$(LAUNCHER)),,hydra/launcher=$(LAUNCHER))
+LAUNCH = $(if $(filter basic,$(LAUNCHER)),,hydra/launcher=$(LAUNCHER))
 # Seeds: SEEDS if given, else the target's default (three, as the paper), one for CPU LM runs.
 DEFAULT_SEEDS = 1,2,3
 seeds = $(or $(SEEDS),$(DEFAULT_SEEDS))
@@ -113,6 +113,12 @@ figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs
 	$(call sweep,figure2)
 	$(PY) scripts/plot_figures.py tradeoff --runs $(RUNS)/figure2/$(PROFILE) \
 		$(RUNS)/table1/$(PROFILE) --metric test/ppl --out results/figures
+
+# CTR sweeps on the CPU: two one-thread jobs side by side (see configs/task_profile/ctr_*_cpu).
+CTR_TARGETS := reproduce-table6 reproduce-table7 reproduce-table8 figures-ctr
+$(CTR_TARGETS): LAUNCHER = $(if $(filter cpu,$(PROFILE)),parallel,basic)
+# Figures 4-5 on the CPU: one seed (their learning curves run without early stopping).
+figures-ctr: DEFAULT_SEEDS = $(if $(filter cpu,$(PROFILE)),1,1$(comma)2$(comma)3)
 
 reproduce-table6: setup ## Table 6 (MovieLens-1M AUC): DeepFM/AutoInt x 10k/20k/30k x B/+T/ours
 	$(call sweep,table6)

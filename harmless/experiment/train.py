@@ -47,6 +47,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op threads for this job (None keeps torch's default)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or null, got {threads!r}")
+    torch.set_num_threads(threads)
+
+
 def typed(cls: type, section: DictConfig, name: str) -> Any:
     """Build a validated config dataclass; unknown keys name the allowed ones."""
     values = OmegaConf.to_container(section, resolve=True) or {}
@@ -134,6 +143,7 @@ def _run_job(cfg: DictConfig, run: RunDir, identity: dict, dist: Distributed) ->
     method = typed(MethodConfig, cfg.method, "method")
     train_cfg = typed(TrainConfig, cfg.train, "train")
     device = dist.device(resolve_device(cfg.device))
+    set_threads(cfg.get("threads"))
     if not cfg.resume and run.checkpoints.exists() and dist.rank == 0:
         log.warning("starting afresh in %s (resume=false): removing old checkpoints", run.path)
         shutil.rmtree(run.checkpoints)
