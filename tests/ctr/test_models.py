@@ -104,3 +104,14 @@ def test_field_attention_is_multihead_attention(heads):
     expected, _ = reference(x, x, x, need_weights=False)
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
     assert count(layer) == count(reference)
+
+
+def test_field_attention_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    reference = torch.nn.MultiheadAttention(16, 2, dropout=0.4, batch_first=True).eval()
+    layer = FieldAttention(16, 2, dropout=0.4)
+    layer.load_state_dict(reference.state_dict())
+    x = torch.randn(7, 5, 16)
+    expected, _ = reference(x, x, x, need_weights=False)
+    torch.testing.assert_close(layer.eval()(x), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(layer.train()(x), expected, atol=1e-3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 
 from harmless.experiment.train import run
@@ -43,6 +44,7 @@ def test_every_experiment_runs_in_the_smoke_profile(experiment, tmp_path, monkey
         ("method.scope=everything", "method.scope='everything' is not allowed; choose one of"),
         ("train.amp=fp8", "train.amp='fp8' is not allowed"),
         ("+method.unknown_knob=3", "unknown method key(s) ['unknown_knob']; allowed:"),
+        ("threads=0", "threads must be a positive int or null, got 0"),
     ],
 )
 def test_bad_values_stop_at_start_naming_the_allowed_set(override, message, tmp_path):
@@ -63,6 +65,16 @@ def test_unknown_group_option_names_the_available_ones(tmp_path):
         compose_job(["method=lexicon"], tmp_path)
     text = str(err.value.__cause__ or err.value)
     assert "lexicon" in text and "ours" in text and "baseline" in text
+
+
+def test_threads_sets_torch_threads_for_the_job(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        run(compose_job(["profile=smoke", "method=baseline", "threads=1"], tmp_path))
+        meta = json.loads((tmp_path / "meta.json").read_text())
+        assert meta["env"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_run_directory_contents(tmp_path):
