@@ -13,8 +13,8 @@ reparam(weight) instead.
   width, a stack of multi-head self-attention layers over the fields, a residual projection of
   the embeddings, ReLU, a linear read-out; plus the MLP. NOTE: this follows PEP's AutoInt (the one
   the paper ran): torch's MultiheadAttention (with its output projection; `FieldAttention`
-  computes the same function with the same parameters, 2-5x faster on CPU for a handful of
-  fields, see `benchmarks/bench_ctr.py`), one residual added
+  computes the same function with the same parameters, faster on CPU for a handful of
+  fields: `python benchmarks/bench_ctr.py --attention`), one residual added
   after the whole stack, and no linear term by default (`linear=True` adds DeepFM's); Song et
   al. add a residual and a ReLU in every layer.
 
@@ -55,8 +55,7 @@ class FieldAttention(nn.Module):
     function and parameters (in_proj_weight/bias, out_proj; its state dict loads here), through
     the fused F.scaled_dot_product_attention. With F ~ 6-40 fields, nn.MultiheadAttention's
     [B*H] tiny matrix products (and einsums over them, this class's earlier form) cost more than
-    the projections; the fused kernel makes one MovieLens-1M AutoInt step ~1.4x faster on one
-    CPU core (benchmarks/bench_ctr.py --model autoint)."""
+    the projections: `python benchmarks/bench_ctr.py --attention` times both."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
