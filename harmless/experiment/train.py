@@ -160,6 +160,7 @@ def _run_job(cfg: DictConfig, run: RunDir, identity: dict, dist: Distributed) ->
     plugin = build_plugin(
         tables, domains, method, transfer, list(task.parameters()), cfg.seed, device
     )
+    scheduler = cfg.get("scheduler")  # configs/scheduler/none.yaml is empty: a constant lr
     trainer = Trainer(
         task,
         plugin,
@@ -171,6 +172,7 @@ def _run_job(cfg: DictConfig, run: RunDir, identity: dict, dist: Distributed) ->
         cfg.seed,
         dist.rank,
         dist.world_size,
+        scheduler_factory=instantiate(scheduler) if scheduler else None,
     )
     resumed = cfg.resume and trainer.resume()
     logger = build_logger(cfg, run, identity, trainer.step if resumed else None)

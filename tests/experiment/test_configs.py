@@ -37,6 +37,14 @@ def test_every_experiment_runs_in_the_smoke_profile(experiment, tmp_path, monkey
         assert (run_dir / "result.json").is_file()
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_sweeps_into_its_own_folder(experiment, tmp_path):
+    # runs/<experiment_name>/<profile>/<overrides>: two files with one name would share job
+    # folders, and the second sweep would skip the first one's finished jobs as its own.
+    cfg = compose_job([f"+experiment={experiment}", "profile=smoke"], tmp_path)
+    assert cfg.experiment_name == experiment
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -75,6 +83,15 @@ def test_threads_sets_torch_threads_for_the_job(tmp_path):
         assert meta["env"]["threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_scheduler_divides_the_learning_rate_at_its_milestone(tmp_path):
+    overrides = ["profile=smoke", "scheduler=multistep", "scheduler.milestones=[1]"]
+    overrides += ["train.max_epochs=2", "train.max_steps=null", "optimizer.lr=0.02"]
+    run(compose_job(overrides, tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["epoch"]: r["train/lr"] for r in records if "train/lr" in r}
+    assert lrs[0] == pytest.approx(0.02) and lrs[1] == pytest.approx(0.002), lrs
 
 
 def test_run_directory_contents(tmp_path):
