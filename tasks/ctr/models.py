@@ -26,6 +26,7 @@ dropout 0.4 (MovieLens-1M) / 0 (Criteo).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -77,9 +78,24 @@ class FieldAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [B, F, 3A]
         qkv = qkv.view(batch, fields, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, H, F, A/H] each
-        dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [B, H, F, A/H]
+        if self.training and self.dropout > 0:
+            out = attend_with_dropout(q, k, v, self.dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # [B, H, F, A/H]
         return self.out_proj(out.transpose(1, 2).reshape(batch, fields, width))
+
+
+def attend_with_dropout(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) with dropout p on the weights, times v; q, k, v [B, H, F, d].
+
+    Broadcast products instead of F.scaled_dot_product_attention: with dropout, torch's CPU SDPA
+    falls back to a path ~2x slower than this for a handful of fields (measured on AutoInt's
+    [1024, 2, 6, 16], forward and backward)."""
+    scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) * (1.0 / math.sqrt(q.shape[-1]))
+    weights = F.dropout(scores.softmax(dim=-1), p, training=True)  # [B, H, Fq, Fk]
+    return (weights.unsqueeze(-1) * v.unsqueeze(2)).sum(3)
 
 
 class CTRModel(nn.Module):

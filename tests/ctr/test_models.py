@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.ctr.models import AutoInt, DeepFM, FieldAttention
+from tasks.ctr.models import AutoInt, DeepFM, FieldAttention, attend_with_dropout
 
 V, F, D = 50, 6, 8
 
@@ -104,6 +104,17 @@ def test_field_attention_is_multihead_attention(heads):
     expected, _ = reference(x, x, x, need_weights=False)
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
     assert count(layer) == count(reference)
+
+
+def test_attention_with_dropout_is_sdpa_at_zero_and_keeps_the_mean():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 4, 2, 5, 8).unbind(0)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(attend_with_dropout(q, k, v, 0.0), expected)
+    ones = torch.ones(2000, 2, 5, 8)
+    dropped = attend_with_dropout(ones, ones, ones, 0.4)  # weights 1/5 each, scaled by 1/0.6
+    assert dropped.mean().item() == pytest.approx(1.0, abs=0.02)
+    assert dropped.std().item() > 0.1
 
 
 def test_field_attention_dropout_acts_in_training_only():

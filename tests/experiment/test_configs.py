@@ -45,6 +45,12 @@ def test_every_experiment_sweeps_into_its_own_folder(experiment, tmp_path):
     assert cfg.experiment_name == experiment
 
 
+def test_wikitext103_cpu_profile_is_a_reduced_qrnn(tmp_path):
+    cfg = compose_job(["+experiment=table1_wt103", "profile=cpu"], tmp_path)
+    assert (cfg.model.nhid, cfg.model.nlayers, cfg.train.max_epochs) == (512, 2, 2)
+    assert cfg.task.max_train_tokens == 1_000_000 and list(cfg.scheduler.milestones) == [1]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
