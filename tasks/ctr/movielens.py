@@ -44,6 +44,7 @@ from tasks.ctr.data import (
 log = logging.getLogger(__name__)
 
 FOLDER = "movielens-1m"
+COMPLETE_RATINGS = "ratings_no_timestamp.dat"  # every rating, no timestamps (a partial copy)
 ML_FIELDS = ("timestamp", "gender", "age", "occupation", "zip", "year", "genres")
 USER_FIELDS = ("gender", "age", "occupation", "zip")
 MOVIE_FIELDS = ("year", "genres")
@@ -185,6 +186,28 @@ def _encode(table: np.ndarray, index: np.ndarray | None = None) -> tuple[np.ndar
     return vocab[used], remap[codes]
 
 
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b""))
+
+
+def _check_timestamps_complete(root: Path, ratings_path: Path, rows: int) -> None:
+    """A timestamped ratings file must hold every event of the folder's complete ratings file
+    (when one is there): events left out for lack of a timestamp are not missing at random, and
+    training on the rest would leak the label through the timestamp field."""
+    complete = root / COMPLETE_RATINGS
+    if complete == ratings_path or not complete.is_file():
+        return
+    total = _count_lines(complete)
+    if rows < total:
+        raise ValueError(
+            f"{ratings_path} has timestamps for only {rows:,} of the {total:,} ratings in "
+            f"{complete.name}, but the 'timestamp' field was asked for. Incomplete timestamps "
+            "would leak the label; use GroupLens's complete ratings.dat (python -m "
+            "tasks.ctr.download movielens1m), or leave 'timestamp' out of fields."
+        )
+
+
 def _build(root: Path, ratings_path: Path, fields: tuple[str, ...], split_seed: int, max_rows):
     columns = _ratings_columns(ratings_path)
     if "timestamp" in fields and columns < 4:
@@ -196,6 +219,8 @@ def _build(root: Path, ratings_path: Path, fields: tuple[str, ...], split_seed: 
     users = read_users(root / "users.dat")
     movies = read_movies(root / "movies.dat")
     ratings = read_ratings(ratings_path, columns, max_rows)
+    if "timestamp" in fields and max_rows is None:
+        _check_timestamps_complete(root, ratings_path, int(ratings["rating"].size))
     user_row = _lookup(ratings["user"], users["id"], ratings_path, "user id", "users.dat")
     movie_row = _lookup(ratings["movie"], movies["id"], ratings_path, "movie id", "movies.dat")
     keep = ratings["rating"] != 3

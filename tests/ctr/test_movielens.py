@@ -101,6 +101,18 @@ def test_timestamp_needs_a_file_with_timestamps(tmp_path, cache_dir):
     assert sorted(decode(data)) == sorted(row[1:] for row in EXPECTED)
 
 
+def test_timestamps_missing_for_some_ratings_are_an_error(tmp_path, cache_dir):
+    # A four-column file that leaves out the events whose timestamp is unknown, beside the
+    # complete three-column file: asking for timestamps names both counts; without them, fine.
+    root = write_movielens(tmp_path / "d", ratings=RATINGS[:-2], name="partial.dat")
+    no_time = [line.rsplit("::", 1)[0] for line in RATINGS]
+    write_lines(root / "movielens-1m" / "ratings_no_timestamp.dat", no_time)
+    with pytest.raises(ValueError, match=f"only {len(RATINGS) - 2} of the {len(RATINGS)} ratings"):
+        load_movielens(root, ratings_file="partial.dat", cache_dir=cache_dir)
+    fields = [f for f in ML_FIELDS if f != "timestamp"]
+    assert load_movielens(root, fields=fields, ratings_file="partial.dat", cache_dir=cache_dir)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
