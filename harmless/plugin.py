@@ -241,7 +241,7 @@ class HarmlessTransfer:
             step = steps[table.name]
             lam = self._combine(step, loss_value, lam_global)
             self._write(table.weight, step, scale)
-            stats.add(step, lam)
+            stats.add(table.name, step, lam)
         return stats.result(self.mode)
 
     def _reduced_loss(self, main_loss: torch.Tensor) -> torch.Tensor:
@@ -450,16 +450,18 @@ class HarmlessTransfer:
 
 
 class _Stats:
-    """Per-step diagnostics accumulated over tables, reduced to a small dict of floats."""
+    """Per-step diagnostics accumulated over tables, reduced to a small dict of floats. A loss's
+    own statistics (FRAGE's disc_acc, disc_loss) are averaged over the tables; with several
+    tables each one's value is kept too, as `disc_acc/<table>`."""
 
     def __init__(self) -> None:
         self.transfer_loss: float | None = None
         self.lams: list[torch.Tensor] = []
         self.cosines: list[torch.Tensor] = []
         self.main_rows = self.transfer_rows = self.rescaled_only = 0
-        self.aux: dict[str, float] = {}
+        self.aux: dict[str, dict[str, float]] = {}  # loss statistic -> table name -> value
 
-    def add(self, step: _TableStep, lam: torch.Tensor | None) -> None:
+    def add(self, name: str, step: _TableStep, lam: torch.Tensor | None) -> None:
         has_main = step.sq > 0
         n_main = int(has_main.sum())
         both = has_main[step.t_pos]
@@ -475,7 +477,8 @@ class _Stats:
             self.cosines.append(cos)
         if step.transfer_loss is not None:
             self.transfer_loss = (self.transfer_loss or 0.0) + step.transfer_loss
-        self.aux.update(step.aux)
+        for key, value in step.aux.items():
+            self.aux.setdefault(key, {})[name] = value
 
     def result(self, mode: str) -> dict[str, float]:
         out = {"rows/main": float(self.main_rows), "rows/transfer": float(self.transfer_rows)}
@@ -490,5 +493,8 @@ class _Stats:
             out["lambda_max"] = float(lam.max())
         if self.cosines:
             out["grad_cos"] = float(torch.cat(self.cosines).mean())
-        out.update(self.aux)
+        for key, by_table in self.aux.items():  # e.g. the discriminators' accuracy
+            out[key] = sum(by_table.values()) / len(by_table)
+            if len(by_table) > 1:
+                out.update({f"{key}/{name}": value for name, value in by_table.items()})
         return out

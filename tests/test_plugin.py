@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from harmless.lexico import global_lambda, itemwise_lambda
+from harmless.losses import FRAGE
 from harmless.plugin import HarmlessTransfer
 from tests.toy_losses import MeanMatch, PullToPoint
 
@@ -180,6 +181,21 @@ def test_several_tables_each_with_its_own_loss():
     total = sum(tables[k](v).sum() for k, v in ids.items()).detach()
     assert torch.allclose(tables["b"].weight.grad[7], torch.full((D,), 2 * total.item() / 100))
     assert not torch.allclose(tables["a"].weight.grad[5], torch.full((D,), 2 * total.item() / 100))
+
+
+def test_loss_statistics_of_several_tables_are_averaged_and_kept_per_table():
+    tables = {"a": nn.Embedding(V, D), "b": nn.Embedding(V, D)}
+    ids = {"a": torch.tensor([0, 5]), "b": torch.tensor([1, 8])}
+    losses = {name: FRAGE(dim=D, seed=k) for k, name in enumerate(tables)}
+    loss = sum(tables[k](v).sum() for k, v in ids.items()).square() / 100
+    plugin = HarmlessTransfer(tables, losses, {"a": DOMAINS, "b": DOMAINS})
+    stats = plugin.backward(loss, ids)
+    for key in ("disc_acc", "disc_loss"):
+        a, b = stats[f"{key}/a"], stats[f"{key}/b"]
+        assert stats[key] == pytest.approx((a + b) / 2)
+    single = HarmlessTransfer(tables["a"], FRAGE(dim=D), DOMAINS)
+    loss = tables["a"](ids["a"]).sum().square() / 100
+    assert not any("/" in key for key in single.backward(loss, ids["a"]) if "disc" in key)
 
 
 def test_grad_scaler_combines_unscaled_values():
