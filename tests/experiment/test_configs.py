@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -15,14 +16,18 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 
 def _jobs(cfg) -> list[list[str]]:
-    """One job per swept method (other swept parameters at their first value, seed excluded)."""
+    """Every swept value at least once (seed excluded): one job per method with the other swept
+    parameters at their first value, then one job per further value of each other parameter."""
     params = {
         k: [v.strip() for v in str(vals).split(",")]
         for k, vals in (cfg.hydra.sweeper.get("params") or {}).items()
         if k != "seed"
     }
-    first = [f"{k}={v[0]}" for k, v in params.items() if k != "method"]
-    return [[*first, f"method={m}"] for m in params.get("method", ["baseline"])]
+    params.setdefault("method", ["baseline"])
+    first = {k: v[0] for k, v in params.items()}
+    jobs = [{**first, "method": m} for m in params["method"]]
+    jobs += [{**first, k: v} for k, vals in params.items() if k != "method" for v in vals[1:]]
+    return [[f"{k}={v}" for k, v in job.items()] for job in jobs]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -34,6 +39,8 @@ def test_every_experiment_runs_in_the_smoke_profile(experiment, tmp_path, monkey
         result = run(compose_job(base + overrides, run_dir))
         assert result["status"] == "complete", overrides
         assert result["steps"] >= 1
+        monitored = [v for k, v in result["metrics"].items() if k.startswith("valid/")]
+        assert monitored and math.isfinite(monitored[0]), (overrides, result["metrics"])
         assert (run_dir / "result.json").is_file()
 
 
