@@ -88,7 +88,9 @@ demo: setup ## One Table 6 cell (MovieLens-1M, DeepFM, 10k params): B / +T / our
 	$(PY) scripts/make_table.py --spec results/specs/demo.yaml --runs $(RUNS)/demo/cpu \
 		--seeds 1 --out results/demo_cpu
 
-reproduce-table1: DEFAULT_SEEDS = $(if $(filter cpu,$(PROFILE)),1,1$(comma)2$(comma)3)
+# LM sweeps on the CPU: one seed (a reduced AWD-LSTM job is ~15 min on two cores).
+LM_TARGETS := reproduce-table1 reproduce-table2 figure2
+$(LM_TARGETS): DEFAULT_SEEDS = $(if $(filter cpu,$(PROFILE)),1,1$(comma)2$(comma)3)
 # The paper profile's WT2 runs then go through awd-lstm-lm's finetune stage (one job per run,
 # into <root>-finetune/), and Table 1 is built from the finetuned models, as the paper reports.
 FINETUNE = $(PY) scripts/finetune_runs.py --runs $(1) -- $(LAUNCH)
@@ -105,14 +107,18 @@ reproduce-table3: setup ## Table 3 (WT103 QRNN, head/tail perplexity): the WT103
 	$(call sweep,table1_wt103)
 	$(call table,table3,$(RUNS)/table1_wt103/$(PROFILE))
 
+# The paper profile reads finetuned models (its WT2 numbers are after awd-lstm-lm's finetune).
+lm_runs = $(if $(filter paper,$(PROFILE)),$(addsuffix -finetune,$(1)),$(1))
 reproduce-table2: setup ## Table 2 (ablation on FRAGE, WT2): select, lexico, ours, scale-only
 	$(call sweep,table2)
-	$(call table,table2,$(RUNS)/table2/$(PROFILE) $(RUNS)/table1/$(PROFILE))
+	$(if $(filter paper,$(PROFILE)),$(call FINETUNE,$(RUNS)/table2/paper))
+	$(call table,table2,$(call lm_runs,$(RUNS)/table2/$(PROFILE) $(RUNS)/table1/$(PROFILE)))
 
 figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs of the profile)
 	$(call sweep,figure2)
-	$(PY) scripts/plot_figures.py tradeoff --runs $(RUNS)/figure2/$(PROFILE) \
-		$(RUNS)/table1/$(PROFILE) --metric test/ppl --out results/figures
+	$(if $(filter paper,$(PROFILE)),$(call FINETUNE,$(RUNS)/figure2/paper))
+	$(PY) scripts/plot_figures.py tradeoff --runs $(call lm_runs,$(RUNS)/figure2/$(PROFILE) \
+		$(RUNS)/table1/$(PROFILE)) --metric test/ppl --out results/figures
 
 # CTR sweeps on the CPU: two one-thread jobs side by side (see configs/task_profile/ctr_*_cpu).
 CTR_TARGETS := reproduce-table6 reproduce-table7 reproduce-table8 figures-ctr
@@ -130,6 +136,9 @@ reproduce-table6: setup ## Table 6 (MovieLens-1M AUC): DeepFM/AutoInt x 10k/20k/
 reproduce-table7: setup ## Table 7 (Criteo AUC): DeepFM/AutoInt x 20k/50k x B/+T/ours
 	$(call sweep,table7)
 	$(call table,table7,$(RUNS)/table7/$(PROFILE))
+	$(PY) scripts/make_table.py --spec results/specs/table7_head_tail.yaml \
+		--runs $(RUNS)/table7/$(PROFILE) --seeds $(subst $(comma), ,$(seeds)) \
+		--out results/table7_head_tail_$(PROFILE)
 
 reproduce-table8: setup ## Table 8 (MovieLens-1M, DeepFM): SGD and SGD+momentum x 10k/20k
 	$(call sweep,table8)
