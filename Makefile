@@ -35,8 +35,8 @@ endef
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format bench clean demo figure3 \
-	reproduce-table1 reproduce-table2 reproduce-table3 figure2 reproduce-table6 reproduce-table7 reproduce-table8 \
-	figures-ctr
+	reproduce-table1 reproduce-table2 reproduce-table3 figure2 reproduce-table6 \
+	reproduce-table6-ablation reproduce-table7 reproduce-table8 figures-ctr
 
 help: ## List every target with one line each
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -121,7 +121,8 @@ figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs
 		$(RUNS)/table1/$(PROFILE)) --metric test/ppl --out results/figures
 
 # CTR sweeps on the CPU: two one-thread jobs side by side (see configs/task_profile/ctr_*_cpu).
-CTR_TARGETS := reproduce-table6 reproduce-table7 reproduce-table8 figures-ctr
+CTR_TARGETS := reproduce-table6 reproduce-table6-ablation reproduce-table7 reproduce-table8 \
+	figures-ctr
 $(CTR_TARGETS): LAUNCHER = $(if $(filter cpu,$(PROFILE)),parallel,basic)
 # Figures 4-5 on the CPU: one seed (their learning curves run without early stopping).
 figures-ctr: DEFAULT_SEEDS = $(if $(filter cpu,$(PROFILE)),1,1$(comma)2$(comma)3)
@@ -132,6 +133,12 @@ reproduce-table6: setup ## Table 6 (MovieLens-1M AUC): DeepFM/AutoInt x 10k/20k/
 	$(PY) scripts/make_table.py --spec results/specs/table6_head_tail.yaml \
 		--runs $(RUNS)/table6/$(PROFILE) --seeds $(subst $(comma), ,$(seeds)) \
 		--out results/table6_head_tail_$(PROFILE)
+
+reproduce-table6-ablation: setup ## Table 6's 10k DeepFM cell: select / lexico / scale-only
+	$(call sweep,table6_ablation)
+	$(PY) scripts/make_table.py --spec results/specs/table6_ablation.yaml \
+		--runs $(RUNS)/table6/$(PROFILE) $(RUNS)/table6_ablation/$(PROFILE) \
+		--seeds $(subst $(comma), ,$(seeds)) --out results/table6_ablation_$(PROFILE)
 
 reproduce-table7: setup ## Table 7 (Criteo AUC): DeepFM/AutoInt x 20k/50k x B/+T/ours
 	$(call sweep,table7)
