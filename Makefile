@@ -101,7 +101,7 @@ reproduce-table1: setup ## Table 1 (LM perplexity): WT2 AWD-LSTM +FRAGE; paper p
 	$(if $(filter paper,$(PROFILE)),$(call FINETUNE,$(RUNS)/table1/paper $(RUNS)/table1_cosreg/paper))
 	$(call table,table1,$(if $(filter paper,$(PROFILE)),$(RUNS)/table1/paper-finetune \
 		$(RUNS)/table1_cosreg/paper-finetune,$(RUNS)/table1/$(PROFILE)) \
-		$(wildcard $(RUNS)/table1_wt103/$(PROFILE)))
+		$(if $(filter paper,$(PROFILE)),$(RUNS)/table1_wt103/paper))
 
 reproduce-table3: setup ## Table 3 (WT103 QRNN, head/tail perplexity): the WT103 runs of Table 1
 	$(call sweep,table1_wt103)
@@ -111,8 +111,10 @@ reproduce-table3: setup ## Table 3 (WT103 QRNN, head/tail perplexity): the WT103
 lm_runs = $(if $(filter paper,$(PROFILE)),$(addsuffix -finetune,$(1)),$(1))
 reproduce-table2: setup ## Table 2 (ablation on FRAGE, WT2): select, lexico, ours, scale-only
 	$(call sweep,table2)
+	$(if $(filter paper,$(PROFILE)),$(call sweep,table2_wt103))
 	$(if $(filter paper,$(PROFILE)),$(call FINETUNE,$(RUNS)/table2/paper))
-	$(call table,table2,$(call lm_runs,$(RUNS)/table2/$(PROFILE) $(RUNS)/table1/$(PROFILE)))
+	$(call table,table2,$(call lm_runs,$(RUNS)/table2/$(PROFILE) $(RUNS)/table1/$(PROFILE)) \
+		$(if $(filter paper,$(PROFILE)),$(RUNS)/table2_wt103/paper $(RUNS)/table1_wt103/paper))
 
 figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs of the profile)
 	$(call sweep,figure2)
