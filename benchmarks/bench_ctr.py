@@ -25,13 +25,13 @@ import io
 import logging
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from harmless.experiment.method import MethodConfig, build_domains, build_plugin
 from harmless.losses import FRAGE
+from tasks.ctr.data import resolve_data_dir
 from tasks.ctr.models import DeepFM
 from tasks.ctr.movielens import ML_FIELDS
 from tasks.ctr.task import CTRTask
@@ -46,8 +46,8 @@ METHODS = {
 
 def make_task(data_dir: str | None) -> CTRTask:
     """DeepFM on MovieLens-1M with PEP's sizes; the local copy's six fields when it has them."""
-    root = Path(data_dir) if data_dir else None
-    local = root is not None and (root / "movielens-1m" / "ratings_no_timestamp.dat").is_file()
+    root = resolve_data_dir(data_dir)
+    local = (root / "movielens-1m" / "ratings_no_timestamp.dat").is_file()
     fields = [f for f in ML_FIELDS if f != "timestamp"] if local else list(ML_FIELDS)
     return CTRTask(
         model=functools.partial(DeepFM, embed_dim=32, mlp=[100, 100]),
