@@ -1,4 +1,4 @@
-"""Is Algorithm 1 harmless under each optimizer? The synthetic task of tests/test_harmlessness.py
+"""Is Algorithm 1 harmless under each optimizer? The synthetic task of harmless.synthetic
 (a deliberately wrong transfer: every rare embedding pulled to one point), final main loss per mode.
 
     python benchmarks/harmlessness.py
@@ -10,12 +10,7 @@ barrier does not see: the printout shows what that does on this task.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.test_harmlessness import train_synthetic  # noqa: E402
+from harmless.synthetic import train_long_tail
 
 CASES = [("sgd", 2.0), ("adam", 0.05)]
 MODES = [("none", 0.0), ("lexico", 0.0), ("scale-only", 0.0), ("fixed", 0.1), ("fixed", 10.0)]
@@ -24,9 +19,9 @@ MODES = [("none", 0.0), ("lexico", 0.0), ("scale-only", 0.0), ("fixed", 0.1), ("
 def main() -> None:
     print(f"{'optimizer':<9} {'mode':<11} {'lambda':>6} {'main loss':>10} {'x baseline':>10}")
     for optimizer, lr in CASES:
-        baseline = train_synthetic("none", optimizer=optimizer, lr=lr)
+        baseline = train_long_tail("none", optimizer=optimizer, lr=lr)
         for mode, lam in MODES:
-            loss = train_synthetic(mode, lam, optimizer=optimizer, lr=lr)
+            loss = train_long_tail(mode, lam, optimizer=optimizer, lr=lr)
             shown = f"{lam:g}" if mode == "fixed" else "-"
             print(f"{optimizer:<9} {mode:<11} {shown:>6} {loss:>10.4f} {loss / baseline:>10.2f}")
 
