@@ -32,6 +32,13 @@ define table
 	$(PY) scripts/make_table.py --spec results/paper/$(1).yaml --runs $(2) \
 		--seeds $(subst $(comma), ,$(seeds)) --out results/$(1)_$(PROFILE)
 endef
+# $(1): experiment, $(2): grouping keys. The plug-in's late-training diagnostics (discriminator
+# accuracy, lambda, barrier) per cell and method: results/<experiment>_diagnostics_<profile>.md.
+define diagnostics
+	$(PY) scripts/run_diagnostics.py --runs $(RUNS)/$(1)/$(PROFILE) --by $(2) \
+		--out results/$(1)_diagnostics_$(PROFILE)
+endef
+CTR_CELL := choices.model params.task.budget choices.method
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint format bench clean demo figure3 \
@@ -115,6 +122,7 @@ reproduce-table2: setup ## Table 2 (ablation on FRAGE, WT2): select, lexico, our
 	$(if $(filter paper,$(PROFILE)),$(call FINETUNE,$(RUNS)/table2/paper))
 	$(call table,table2,$(call lm_runs,$(RUNS)/table2/$(PROFILE) $(RUNS)/table1/$(PROFILE)) \
 		$(if $(filter paper,$(PROFILE)),$(RUNS)/table2_wt103/paper $(RUNS)/table1_wt103/paper))
+	$(call diagnostics,table2,choices.task choices.method)
 
 figure2: setup ## Figure 2: fixed-lambda grid against ours (needs Table 1's runs of the profile)
 	$(call sweep,figure2)
@@ -135,6 +143,7 @@ reproduce-table6: setup ## Table 6 (MovieLens-1M AUC): DeepFM/AutoInt x 10k/20k/
 	$(PY) scripts/make_table.py --spec results/specs/table6_head_tail.yaml \
 		--runs $(RUNS)/table6/$(PROFILE) --seeds $(subst $(comma), ,$(seeds)) \
 		--out results/table6_head_tail_$(PROFILE)
+	$(call diagnostics,table6,$(CTR_CELL))
 
 reproduce-table6-ablation: setup ## Table 6's 10k DeepFM cell: select / lexico / scale-only
 	$(call sweep,table6_ablation)
@@ -148,10 +157,12 @@ reproduce-table7: setup ## Table 7 (Criteo AUC): DeepFM/AutoInt x 20k/50k x B/+T
 	$(PY) scripts/make_table.py --spec results/specs/table7_head_tail.yaml \
 		--runs $(RUNS)/table7/$(PROFILE) --seeds $(subst $(comma), ,$(seeds)) \
 		--out results/table7_head_tail_$(PROFILE)
+	$(call diagnostics,table7,$(CTR_CELL))
 
 reproduce-table8: setup ## Table 8 (MovieLens-1M, DeepFM): SGD and SGD+momentum x 10k/20k
 	$(call sweep,table8)
 	$(call table,table8,$(RUNS)/table8/$(PROFILE))
+	$(call diagnostics,table8,choices.optimizer params.task.budget choices.method)
 
 # Figure 3's data: the CPU profile reads the local copies (six MovieLens fields, the Criteo sample).
 FIG3_ML1M = $(if $(filter cpu smoke,$(PROFILE)),--ratings-file ratings_no_timestamp.dat \
