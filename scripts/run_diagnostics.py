@@ -13,7 +13,6 @@ transfer loss carries no signal. Writes <out>.md (atomically) and prints it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harmless.experiment.figures import read_metrics
 from harmless.experiment.tables import Stamp, atomic_write_text, collect_runs
 
 log = logging.getLogger("run_diagnostics")
@@ -33,19 +33,14 @@ METRICS = (
 )
 
 
-def late_means(metrics_file: Path, metrics: list[str], last: int) -> dict[str, float]:
-    """Per metric, the mean of its last `last` values in a metrics.jsonl (NaN when never logged)."""
-    seen: dict[str, list[float]] = {m: [] for m in metrics}
-    with metrics_file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{metrics_file}:{number}: not a JSON record ({err})") from err
-            for m in metrics:
-                if isinstance(record.get(m), int | float):
-                    seen[m].append(float(record[m]))
-    return {m: (sum(v[-last:]) / len(v[-last:]) if v else math.nan) for m, v in seen.items()}
+def late_means(run_dir: str | Path, metrics: list[str], last: int) -> dict[str, float]:
+    """Per metric, the mean of its last `last` values in a run's metrics.jsonl (NaN if never)."""
+    logged = read_metrics(run_dir)
+    out = {}
+    for m in metrics:
+        values = logged[m].dropna().astype(float) if m in logged.columns else pd.Series([])
+        out[m] = float(values.iloc[-last:].mean()) if len(values) else math.nan
+    return out
 
 
 def diagnostics(roots: list[Path], by: list[str], metrics: list[str], last: int) -> pd.DataFrame:
@@ -56,7 +51,7 @@ def diagnostics(roots: list[Path], by: list[str], metrics: list[str], last: int)
     missing = [key for key in by if key not in frame.columns]
     if missing:
         raise ValueError(f"--by keys {missing} are not run fields; some are {list(frame)[:12]}")
-    late = [late_means(Path(d) / "metrics.jsonl", metrics, last) for d in frame["run_dir"]]
+    late = [late_means(d, metrics, last) for d in frame["run_dir"]]
     frame = pd.concat([frame[by].reset_index(drop=True), pd.DataFrame(late)], axis=1)
     grouped = frame.groupby(by, dropna=False, sort=True)
     out = grouped[metrics].agg(["mean", "std"])

@@ -43,7 +43,7 @@ def test_a_metric_never_logged_is_missing_and_a_bad_line_is_named(tmp_path):
     assert math.isnan(table.iloc[0]["lexico/lambda_mean mean"])
     with (tmp_path / "a" / "metrics.jsonl").open("a") as f:
         f.write("{not json\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl:3: not a JSON record"):
+    with pytest.raises(ValueError, match=r"metrics.jsonl:3: not a JSON"):
         run_diagnostics.diagnostics([tmp_path], ["choices.method"], ["lexico/disc_acc"], 5)
 
 
